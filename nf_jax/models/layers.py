@@ -1,0 +1,183 @@
+"""Building blocks of normalizer-free networks.
+
+* `ScaledWSConv2D`: Scaled Weight Standardization (Brock, De & Smith 2021, eq. 3)
+  W_hat = g * (W - mean(W)) / sqrt(max(N * var(W), eps)), per output channel.
+* Gamma-scaled activations: f(x) * gamma with gamma = 1 / std(f(x)), x ~ N(0, 1),
+  so that a unit-Gaussian input leaves the activation with unit variance.
+* Squeeze-excite, stochastic depth and the SkipInit scalar gain.
+"""
+
+from typing import Callable, Optional, Sequence, Union
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nf_jax.models.errors import UnknownNameError
+
+# gamma = 1 / std(f(x)) for x ~ N(0, 1). Values as published with the original
+# NF-ResNet / NFNet code (float32); tests re-derive every one of them.
+# `gelu` is JAX's default (tanh-approximate) GELU; `leaky_relu` has slope 0.01.
+ACTIVATION_GAMMAS = {
+    "identity": 1.0,
+    "relu": 1.7139588594436646,
+    "relu6": 1.7131484746932983,
+    "silu": 1.7881293296813965,
+    "gelu": 1.7015043497085571,
+    "tanh": 1.5939117670059204,
+    "elu": 1.2716004848480225,
+    "celu": 1.270926833152771,
+    "selu": 1.0008515119552612,
+    "softplus": 1.9203323125839233,
+    "sigmoid": 4.803835391998291,
+    "leaky_relu": 1.70590341091156,
+    "soft_sign": 2.338853120803833,
+    "log_sigmoid": 1.9193484783172607,
+}
+
+_BASE_ACTIVATIONS = {
+    "identity": lambda x: x,
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "silu": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "elu": jax.nn.elu,
+    "celu": jax.nn.celu,
+    "selu": jax.nn.selu,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+    "leaky_relu": jax.nn.leaky_relu,
+    "soft_sign": jax.nn.soft_sign,
+    "log_sigmoid": jax.nn.log_sigmoid,
+}
+
+ACTIVATION_ALIASES = {"swish": "silu", "linear": "identity", "none": "identity",
+                      "softsign": "soft_sign", "leakyrelu": "leaky_relu"}
+
+
+def canonical_activation(name: str) -> str:
+  """Resolves aliases (`swish` -> `silu`); raises UnknownNameError otherwise."""
+  key = str(name).lower()
+  key = ACTIVATION_ALIASES.get(key, key)
+  if key not in _BASE_ACTIVATIONS:
+    raise UnknownNameError("activation", name,
+                           sorted(_BASE_ACTIVATIONS) + sorted(ACTIVATION_ALIASES))
+  return key
+
+
+def base_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """The plain activation f, without the gamma factor."""
+  return _BASE_ACTIVATIONS[canonical_activation(name)]
+
+
+def scaled_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """The gamma-scaled activation x -> gamma * f(x)."""
+  key = canonical_activation(name)
+  fn, gamma = _BASE_ACTIVATIONS[key], ACTIVATION_GAMMAS[key]
+  if gamma == 1.0:
+    return fn
+  return lambda x: fn(x) * jnp.asarray(gamma, x.dtype)
+
+
+def standardize_weight(w: jax.Array, gain: jax.Array, eps: float = 1e-4):
+  """Scaled WS over all axes but the last (output channels), in float32."""
+  w32 = w.astype(jnp.float32)
+  fan_in = np.prod(w.shape[:-1])
+  mean = jnp.mean(w32, axis=tuple(range(w.ndim - 1)), keepdims=True)
+  var = jnp.var(w32, axis=tuple(range(w.ndim - 1)), keepdims=True)
+  scale = jax.lax.rsqrt(jnp.maximum(var * fan_in, eps)) * gain.astype(jnp.float32)
+  return w32 * scale - mean * scale
+
+
+class ScaledWSConv2D(hk.Module):
+  """2-D convolution with Scaled Weight Standardization, gain and bias.
+
+  Parameters: `w` (raw weight, fan-in variance-scaling init), `gain` (per
+  output channel, init 1) and `b` (per output channel, init 0).
+  `standardize=False` turns it into a plain He-initialised convolution with
+  bias (the unnormalized baseline): `w` is then used as is.
+  """
+
+  def __init__(self, output_channels: int, kernel_shape: int = 3,
+               stride: int = 1, padding: Union[str, Sequence] = "SAME",
+               feature_group_count: int = 1, standardize: bool = True,
+               with_bias: bool = True, eps: float = 1e-4,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    self.output_channels = int(output_channels)
+    self.kernel_shape = int(kernel_shape)
+    self.stride = int(stride)
+    self.padding = padding
+    self.feature_group_count = int(feature_group_count)
+    self.standardize = standardize
+    self.with_bias = with_bias
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_ch = x.shape[-1]
+    if in_ch % self.feature_group_count:
+      raise ValueError(f"{self.module_name}: {in_ch} input channels are not "
+                       f"divisible by {self.feature_group_count} groups.")
+    k = self.kernel_shape
+    shape = (k, k, in_ch // self.feature_group_count, self.output_channels)
+    if self.standardize:
+      init = hk.initializers.VarianceScaling(1.0, "fan_in", "normal")
+    else:  # He init for a ReLU network: the paper's unnormalized baseline.
+      init = hk.initializers.VarianceScaling(2.0, "fan_in", "normal")
+    w = hk.get_parameter("w", shape, init=init)
+    if self.standardize:
+      gain = hk.get_parameter("gain", (self.output_channels,), init=jnp.ones)
+      w = standardize_weight(w, gain, self.eps)
+    out = jax.lax.conv_general_dilated(
+        x, w.astype(x.dtype), window_strides=(self.stride, self.stride),
+        padding=self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.feature_group_count)
+    if self.with_bias:
+      b = hk.get_parameter("b", (self.output_channels,), init=jnp.zeros)
+      out = out + b.astype(out.dtype)
+    return out
+
+
+class SqueezeExcite(hk.Module):
+  """Squeeze-excite: returns 2 * sigmoid(fc1(relu(fc0(mean_hw(x))))) * x."""
+
+  def __init__(self, channels: int, se_ratio: float = 0.5,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    self.channels = channels
+    self.hidden = max(1, int(channels * se_ratio))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = jnp.mean(x, axis=(1, 2))
+    h = jax.nn.relu(hk.Linear(self.hidden, name="fc0")(h))
+    h = jax.nn.sigmoid(hk.Linear(self.channels, name="fc1")(h))
+    return 2.0 * h[:, None, None, :] * x
+
+
+def stochastic_depth(x: jax.Array, rate: float, is_training: bool) -> jax.Array:
+  """Drops the whole residual branch per example with probability `rate`.
+
+  Identity at evaluation and when rate == 0. Like the original NF code, kept
+  examples are not rescaled by 1 / keep_prob.
+  """
+  if not is_training or rate <= 0.0:
+    return x
+  keep = jax.random.bernoulli(hk.next_rng_key(), 1.0 - rate,
+                              (x.shape[0],) + (1,) * (x.ndim - 1))
+  return x * keep.astype(x.dtype)
+
+
+def skip_gain(x: jax.Array, init_value: float) -> jax.Array:
+  """Multiplies a residual branch by a learnable scalar (SkipInit)."""
+  g = hk.get_parameter("skip_gain", (), init=hk.initializers.Constant(init_value))
+  return x * g.astype(x.dtype)
+
+
+def channel_stats(x: jax.Array):
+  """(average channel squared mean, average channel variance) over N, H, W."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=(0, 1, 2))
+  var = jnp.var(x, axis=(0, 1, 2))
+  return jnp.mean(jnp.square(mean)), jnp.mean(var)
