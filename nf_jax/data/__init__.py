@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders of our own) and the input pipeline."""
