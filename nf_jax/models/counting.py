@@ -11,6 +11,7 @@ import math
 
 import haiku as hk
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,7 +49,7 @@ def _jaxpr_macs(jaxpr) -> int:
   total = 0
   for eqn in jaxpr.eqns:
     total += _eqn_macs(eqn)
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jex.core.jaxprs_in_params(eqn.params):
       total += _jaxpr_macs(sub)
   return total
 

@@ -1,0 +1,48 @@
+r"""Trains and evaluates a model from a config file.
+
+  python -m launch.main --config=experiments/fashion_mnist_nf_resnet.py \
+      --workdir=/tmp/nf_fmnist [--config.key=value ...]
+
+On a CPU host the batch is split over one XLA host device per core; on GPUs
+and TPUs over every local accelerator. A bad config, dataset or workdir
+fails with one line on stderr (exit status 2) before anything is compiled or
+written.
+"""
+
+import logging
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (experiments/<name>.py[:arg]).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Directory for metrics, config and checkpoints.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  # Host devices must be configured before JAX initializes its backends.
+  from nf_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  parallel.configure_host_devices(config.num_devices or None)
+  from nf_jax.train import config_lib, train_lib  # pylint: disable=g-import-not-at-top
+  from nf_jax.data.errors import DatasetError  # pylint: disable=g-import-not-at-top
+  logging.getLogger().setLevel(logging.INFO)
+  try:
+    final = train_lib.train_and_evaluate(config, _WORKDIR.value)
+  except (config_lib.ConfigError, DatasetError, train_lib.NonFiniteError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items()
+                      if k.startswith("eval/"))
+  print(f"Finished: {summary}")
+
+
+if __name__ == "__main__":
+  app.run(main)
