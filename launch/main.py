@@ -39,6 +39,13 @@ def main(argv):
   except (config_lib.ConfigError, DatasetError, train_lib.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except train_lib.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(143)  # 128 + SIGTERM, what schedulers expect
+  if final.get("already_finished"):
+    print(f"Run in {_WORKDIR.value} already finished at step "
+          f"{final['step']}; nothing to do.")
+    return
   summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items()
                       if k.startswith("eval/"))
   print(f"Finished: {summary}")

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from typing import Dict, Optional
 
@@ -24,6 +25,7 @@ from nf_jax.data import input_pipeline
 from nf_jax.models import registry
 from nf_jax.models.counting import count_macs, count_params
 from nf_jax.train import config_lib, optimizer, parallel
+from nf_jax.train.checkpoint import Checkpointer, abstract_like
 from nf_jax.train.metrics import MetricsWriter, Progress
 from nf_jax.train.steps import TrainState, make_eval_step, make_train_step
 
@@ -32,6 +34,58 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(FloatingPointError):
   """The loss or gradient became NaN/Inf and config.on_nonfinite == 'stop'."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+
+class _StopFlag:
+  """Turns SIGTERM (a preemption notice) into a flag the loop polls."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, no preemption
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _truncate_metrics(workdir: str, step: int) -> None:
+  """On resume, lines logged after the restored step move to
+  metrics.preempted.jsonl: they are re-run, so the main file stays one
+  record per step, and nothing is deleted."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep, moved = [], []
+  for line in lines:
+    try:
+      (keep if json.loads(line)["step"] <= step else moved).append(line)
+    except (ValueError, KeyError):
+      moved.append(line)  # a line cut short by the crash
+  if not moved:
+    return
+  with open(os.path.join(workdir, "metrics.preempted.jsonl"), "a") as f:
+    f.writelines(moved)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
 
 
 def _set_precision(model_name: str, precision: str) -> None:
@@ -163,6 +217,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   state = jax.jit(init_state, out_shardings=parallel.replicated(mesh))(
       jax.random.PRNGKey(config.seed))
 
+  # -- Restore: the same workdir resumes where the last good checkpoint was --
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                      config.keep_checkpoints)
+  restored = ckpt.restore_latest(abstract_like(state))
+  if restored is not None:
+    restored_step, state, data_state = restored
+    train_it.set_state(data_state)
+    if is_chief:
+      _truncate_metrics(workdir, restored_step)
+    if restored_step >= total_steps:
+      log.info("Run in %s already finished at step %d; nothing to do.",
+               workdir, restored_step)
+      ckpt.close()
+      train_it.close()
+      return {"step": restored_step, "already_finished": True}
+    log.info("Resuming from the checkpoint at step %d.", restored_step)
+
   # -- Workdir records (only once the config is known to be good) -------------
   if is_chief:
     os.makedirs(workdir, exist_ok=True)
@@ -190,50 +261,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   step = int(state.step)
   pending, last = [], {}
   t_log, step_log = time.time(), step
+  t_ckpt = time.time()
   progress.start(step)
   log.info("Training %s for %d steps (%d per epoch) on %d device(s).",
            config.model.name, total_steps, steps_per_epoch, num_devices)
-  while step < total_steps:
-    batch = input_pipeline.to_global_batch(next(train_it), batch_sharding)
-    state, metrics = train_step(state, batch)
-    pending.append(metrics)
-    step += 1
-    is_last = step == total_steps
-    if step % config.log_every_steps and not is_last and step % eval_every:
-      continue
-    # Fetch the accumulated per-step metrics; check finiteness first.
-    fetched = jax.device_get(pending)
-    pending = []
-    first_step = step - len(fetched) + 1
-    for i, m in enumerate(fetched):
-      if not bool(m["finite"]) and config.on_nonfinite == "stop":
-        raise NonFiniteError(
-            f"Non-finite loss or gradient at step {first_step + i} "
-            f"(loss={float(m['train/loss'])}, grad_norm="
-            f"{float(m['grad_norm'])}). Lower the learning rate, enable AGC "
-            "(--config.optimizer.agc_clip=0.01), or set "
-            "--config.on_nonfinite=skip to skip such updates.")
-    elapsed = time.time() - t_log
-    images_per_sec = (step - step_log) * config.batch_size / max(elapsed, 1e-9)
-    t_log, step_log = time.time(), step
-    record = {k: float(np.mean([m[k] for m in fetched]))
-              for k in ("train/loss", "train/top1", "grad_norm")}
-    record.update({
-        "lr": float(fetched[-1]["lr"]),
-        "examples_seen": step * config.batch_size,
-        "epoch": step / steps_per_epoch,
-        "flops": float(step) * config.batch_size * model_info[
-            "flops_per_example"],
-        "images_per_sec": images_per_sec,
-        "nonfinite_skips": int(state.nonfinite_skips)})
-    if step % eval_every == 0 or is_last:
-      params = state.ema_params if config.ema_decay > 0 else state.params
-      record.update(_evaluate(eval_step, params, state.model_state, config,
-                              mesh, info))
-      t_log = time.time()  # do not count evaluation as training time
-    writer.write(step, record)
-    progress.update(step, record["train/loss"], images_per_sec, final=is_last)
-    last = record
+  with _StopFlag() as stop:
+    while step < total_steps:
+      batch = input_pipeline.to_global_batch(next(train_it), batch_sharding)
+      state, metrics = train_step(state, batch)
+      pending.append(metrics)
+      step += 1
+      is_last = step == total_steps
+      save_due = (is_last or stop.requested or
+                  step % config.checkpoint_every_steps == 0 or
+                  time.time() - t_ckpt > 60 * config.checkpoint_every_minutes)
+      if (step % config.log_every_steps and not is_last and step % eval_every
+          and not save_due):
+        continue
+      # Fetch the accumulated per-step metrics; check finiteness first.
+      fetched = jax.device_get(pending)
+      pending = []
+      _check_finite(fetched, step, config.on_nonfinite)
+      elapsed = time.time() - t_log
+      record = {k: float(np.mean([m[k] for m in fetched]))
+                for k in ("train/loss", "train/top1", "grad_norm")}
+      record.update({
+          "lr": float(fetched[-1]["lr"]),
+          "examples_seen": step * config.batch_size,
+          "epoch": step / steps_per_epoch,
+          "flops": float(step) * config.batch_size * model_info[
+              "flops_per_example"],
+          "images_per_sec": (step - step_log) * config.batch_size / max(
+              elapsed, 1e-9),
+          "nonfinite_skips": int(state.nonfinite_skips)})
+      if step % eval_every == 0 or is_last:
+        params = state.ema_params if config.ema_decay > 0 else state.params
+        record.update(_evaluate(eval_step, params, state.model_state, config,
+                                mesh, info))
+      writer.write(step, record)
+      progress.update(step, record["train/loss"], record["images_per_sec"],
+                      final=is_last)
+      last = record
+      if save_due:
+        ckpt.save(step, state, train_it.get_state())
+        t_ckpt = time.time()
+      t_log, step_log = time.time(), step  # eval and saving are not training
+      if stop.requested and not is_last:
+        writer.close()
+        ckpt.close()
+        raise Preempted(f"SIGTERM at step {step}: checkpoint saved in "
+                        f"{ckpt.directory}; rerun the same command to resume.")
   writer.close()
+  ckpt.close()
   train_it.close()
   return last
+
+
+def _check_finite(fetched, step: int, on_nonfinite: str) -> None:
+  first_step = step - len(fetched) + 1
+  for i, m in enumerate(fetched):
+    if not bool(m["finite"]) and on_nonfinite == "stop":
+      raise NonFiniteError(
+          f"Non-finite loss or gradient at step {first_step + i} "
+          f"(loss={float(m['train/loss'])}, grad_norm="
+          f"{float(m['grad_norm'])}). Lower the learning rate, enable AGC "
+          "(--config.optimizer.agc_clip=0.01), or set "
+          "--config.on_nonfinite=skip to skip such updates.")
