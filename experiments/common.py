@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sync_batchnorm = False       # BN statistics across devices
 
   # Execution.
-  c.num_devices = 0              # 0: every local device
+  c.num_devices = 0              # per process; 0: every local device
   c.on_nonfinite = "stop"        # stop | skip
   c.log_every_steps = 50
   c.eval_every_epochs = 1.0

@@ -21,6 +21,17 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Directory for metrics, config and checkpoints.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0, for multi-process runs outside TPU pods and "
+    "SLURM (where it is auto-detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index, 0-based.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 60,
+    "In multi-process runs, abort this long after another process vanished.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -28,9 +39,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
-  # Host devices must be configured before JAX initializes its backends.
-  from nf_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  # Host devices and processes must be set up before JAX initializes its
+  # backends.
+  from nf_jax.train import distributed, parallel  # pylint: disable=g-import-not-at-top
   parallel.configure_host_devices(config.num_devices or None)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value, _HEARTBEAT.value)
   from nf_jax.train import config_lib, train_lib  # pylint: disable=g-import-not-at-top
   from nf_jax.data.errors import DatasetError  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)

@@ -251,6 +251,19 @@ def test_train_shards_disjoint_and_covering(data_dir):
   assert set.union(*shards) == set(range(N_TRAIN))
 
 
+def test_global_batch_independent_of_process_count(data_dir):
+  single = _train(data_dir, augment="none", batch_size=60)
+  split = [_train(data_dir, augment="none", batch_size=20, process_index=p,
+                  process_count=3) for p in range(3)]
+  for _ in range(7):  # crosses an epoch boundary (5 steps per epoch)
+    want = next(single)
+    got = [next(it) for it in split]
+    np.testing.assert_array_equal(
+        np.concatenate([g["image"] for g in got]), want["image"])
+    np.testing.assert_array_equal(
+        np.concatenate([g["label"] for g in got]), want["label"])
+
+
 def test_eval_covers_every_example_once(data_dir):
   info = ip.dataset_info("fashion_mnist", data_dir=data_dir)
   seen, counts = [], []

@@ -18,9 +18,11 @@ Design:
   batch function, `to_iter_dataset` with a background thread that prepares
   the next batches while the training step runs (`num_workers > 0` adds
   grain worker processes via `mp_prefetch`).
-- Sharding: process p of P trains on examples p, p+P, ... (the first N // P
-  of them, so every process has the same number of steps per epoch) and
-  evaluates on all of p, p+P, ...; all processes yield the same number of
+- Sharding: each epoch has one global permutation; training step s uses
+  global batch s of it, and process p of P takes rows [p*b, (p+1)*b) of that
+  batch. So which examples a step sees does not depend on the process layout
+  (augmentation draws do: they are seeded per process). Evaluation: process
+  p evaluates examples p, p+P, ...; all processes yield the same number of
   eval batches, padded with mask 0.
 - Labels: `label` is the int label (of the un-mixed image); `label_dist` is
   always present, one-hot without mixup/cutmix and soft with them. Label
@@ -95,14 +97,13 @@ class _TrainBatch:
     self.data_dir = data_dir
     self.info = sources.dataset_info(spec.name, data_dir)
     self._source = None
-    n = self.info.num_examples[spec.split]
-    p, pc = spec.process_index, spec.process_count
-    self.local = np.arange(p, n, pc)[: n // pc]
-    self.steps_per_epoch = len(self.local) // spec.batch_size
+    self.num_examples = n = self.info.num_examples[spec.split]
+    global_batch = spec.batch_size * spec.process_count
+    self.steps_per_epoch = n // global_batch
     if self.steps_per_epoch == 0:
       raise DatasetError(
-          f"{spec.name}:{spec.split} has {n} examples, {len(self.local)} per "
-          f"process; fewer than one batch of {spec.batch_size}.")
+          f"{spec.name}:{spec.split} has {n} examples; fewer than one global "
+          f"batch of {global_batch}.")
     self._perms = {}
     self._lock = threading.Lock()
 
@@ -127,17 +128,20 @@ class _TrainBatch:
       perm = self._perms.get(epoch)
       if perm is None:
         perm = np.random.default_rng(
-            [self.spec.seed, 0x5EED, epoch]).permutation(len(self.local))
+            [self.spec.seed, 0x5EED, epoch]).permutation(self.num_examples)
         self._perms = {e: v for e, v in self._perms.items()
                        if e >= epoch - 1}
         self._perms[epoch] = perm
       return perm
 
   def indices(self, step: int) -> np.ndarray:
-    """Dataset indices of training batch `step` on this process."""
+    """Dataset indices of training batch `step` on this process: its slice
+    of the global batch, which does not depend on the number of processes."""
     epoch, i = divmod(step, self.steps_per_epoch)
-    b = self.spec.batch_size
-    return self.local[self._permutation(epoch)[i * b:(i + 1) * b]]
+    b, p = self.spec.batch_size, self.spec.process_index
+    global_batch = b * self.spec.process_count
+    batch = self._permutation(epoch)[i * global_batch:(i + 1) * global_batch]
+    return batch[p * b:(p + 1) * b]
 
   def __call__(self, step: int, _=None) -> dict:
     spec = self.spec

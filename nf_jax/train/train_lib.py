@@ -112,12 +112,17 @@ def _data_info(config):
 def setup(config: ml_collections.ConfigDict, workdir: Optional[str] = None):
   """Resolves and checks the config; returns (config, mesh, data info)."""
   config = config_lib.resolve(config)
-  devices = jax.devices()
-  num_devices = config.num_devices or len(devices)
-  if num_devices > len(devices):
+  # config.num_devices counts devices per process (0: all local devices).
+  local = config.num_devices or jax.local_device_count()
+  if local > jax.local_device_count():
     raise config_lib.ConfigError(
-        f"config.num_devices={num_devices} but only {len(devices)} devices "
-        f"are visible ({devices[0].platform}).")
+        f"config.num_devices={local} but this process sees only "
+        f"{jax.local_device_count()} {jax.devices()[0].platform} devices.")
+  by_process = {}
+  for d in jax.devices():
+    by_process.setdefault(d.process_index, []).append(d)
+  devices = [d for p in sorted(by_process) for d in by_process[p][:local]]
+  num_devices = len(devices)
   config_lib.validate(config, num_devices, jax.process_count())
   info = _data_info(config)
   for name, _ in config_lib.eval_sets(config):
@@ -130,7 +135,7 @@ def setup(config: ml_collections.ConfigDict, workdir: Optional[str] = None):
           "must share the training label space.")
   if workdir is not None:
     config_lib.check_workdir(config, workdir)
-  mesh = parallel.make_mesh(num_devices, devices[:num_devices])
+  mesh = parallel.make_mesh(devices=devices)
   return config, mesh, info
 
 
