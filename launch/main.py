@@ -48,6 +48,8 @@ def main(argv):
   from nf_jax.train import config_lib, train_lib  # pylint: disable=g-import-not-at-top
   from nf_jax.data.errors import DatasetError  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
+  # Libraries that log through absl (orbax, TFDS, grain): warnings only.
+  logging.getLogger("absl").setLevel(logging.WARNING)
   try:
     final = train_lib.train_and_evaluate(config, _WORKDIR.value)
   except (config_lib.ConfigError, DatasetError, train_lib.NonFiniteError) as e:
