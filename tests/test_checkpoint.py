@@ -111,3 +111,41 @@ def test_nonfinite_state_is_never_checkpointed(tmp_path):
   with pytest.raises(checkpoint.NonFiniteStateError, match="step 2"):
     ckpt.save(2, {"w": jnp.array([1.0, jnp.nan, 0.0])}, {"step": 2})
   assert ckpt.steps() == [1]
+
+
+def test_sigterm_saves_and_exits_for_resume(tmp_path):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  workdir = str(tmp_path / "run")
+  cmd = [a if "num_epochs" not in a else "--config.num_epochs=5"
+         for a in _command(workdir)]
+  cmd = [a for a in cmd if "checkpoint_every_steps" not in a]
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 600
+  while time.time() < deadline and not (
+      os.path.exists(metrics) and open(metrics).read().count("\n") >= 2):
+    assert proc.poll() is None, proc.stderr.read()
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143
+  assert "rerun the same command to resume" in err
+  steps = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).steps()
+  assert len(steps) == 1 and steps[0] >= 2
+
+
+def test_nonfinite_updates_can_be_skipped(tmp_path):
+  c = tiny_config(num_devices=2, on_nonfinite="skip")
+  c.optimizer.base_lr = 1e30
+  c.optimizer.warmup_epochs = 0.0
+  workdir = str(tmp_path / "run")
+  train_lib.train_and_evaluate(c, workdir)
+  records = read_metrics(workdir)
+  assert records[-1]["step"] == 4 and records[-1]["nonfinite_skips"] >= 1
+  step, state = _final_params(workdir)
+  assert step == 4
+  for v in _flatten(state["params"] if isinstance(state, dict) else
+                    state[0]).values():
+    assert np.all(np.isfinite(v))

@@ -277,7 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       pending.append(metrics)
       step += 1
       is_last = step == total_steps
-      save_due = (is_last or stop.requested or
+      stopping = stop.requested  # read once: the signal can come any time
+      save_due = (is_last or stopping or
                   step % config.checkpoint_every_steps == 0 or
                   time.time() - t_ckpt > 60 * config.checkpoint_every_minutes)
       if (step % config.log_every_steps and not is_last and step % eval_every
@@ -311,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         ckpt.save(step, state, train_it.get_state())
         t_ckpt = time.time()
       t_log, step_log = time.time(), step  # eval and saving are not training
-      if stop.requested and not is_last:
+      if stopping and not is_last:
         writer.close()
         ckpt.close()
         raise Preempted(f"SIGTERM at step {step}: checkpoint saved in "
