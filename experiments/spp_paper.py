@@ -9,11 +9,16 @@ the SkipInit gain at 1 and alpha = 0.2.
     python -m launch.spp --config=experiments/spp_paper.py:50 --outdir=/tmp/spp50
 
 Arg: the ResNet depth (26, 50, 101, 152, 200, 288, 600; default 600).
-Expected verdicts (docs/spp.md): NF-ResNet (WS) healthy; NF-ResNet without
-WS mean shift and variance explosion; BN-ReLU healthy in variance (grows
-linearly within each stage, resets at transitions).
-Runtime on the 2-core dev machine: depth 50 at 224 px about 1-2 min per model,
-depth 600 about 2-4 min per model (docs/spp.md has measured figures).
+Verdicts measured (docs/spp.md): at depth 50, see the table there; at depth
+600: BN-ReLU healthy (variance linear within stages), NF-ResNet with WS
+healthy with ReLU but "variance explosion" with SiLU (3.7x the analytic
+value at the last block), and the no-WS NF-ResNet overflows float32 (ReLU:
+first non-finite statistic at block 188), so the depth-600 run stops there
+with that one-line error and writes nothing.
+Runtime on the 2-core dev machine: depth 600 about 50 s per model when the
+machine is quiet (about 80 s of CPU time, per-block compilation), and 4-6 min
+when about ten other jobs share it; depth 50 at 224 px about 1 min per model
+on the busy machine (whole-net jit).
 """
 
 import ml_collections
