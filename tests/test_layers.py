@@ -112,12 +112,14 @@ def test_ws_conv_without_standardization_is_a_plain_conv():
   ref = jax.lax.conv_general_dilated(
       x, p["w"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(out, ref + b, rtol=1e-5, atol=1e-5)
-  # He init for the unnormalized baseline: Var(w) = 2 / fan_in (truncated
-  # normal, so allow a loose tolerance on 144 x 6 samples).
-  big = hk.transform(lambda x: layers.ScaledWSConv2D(
-      256, 3, standardize=False, with_bias=False, name="conv")(x))
-  w = np.asarray(big.init(_key(5), jnp.zeros((1, 4, 4, 64)))["conv"]["w"])
-  np.testing.assert_allclose(w.var(), 2.0 / (9 * 64), rtol=0.1)
+  # Fan-in init for the unnormalized baselines: Var(w) = init_scale / fan_in
+  # (truncated normal, so a loose tolerance).
+  for scale in (1.0, 2.0):
+    big = hk.transform(lambda x, s=scale: layers.ScaledWSConv2D(
+        256, 3, standardize=False, with_bias=False, init_scale=s,
+        name="conv")(x))
+    w = np.asarray(big.init(_key(5), jnp.zeros((1, 4, 4, 64)))["conv"]["w"])
+    np.testing.assert_allclose(w.var(), scale / (9 * 64), rtol=0.1)
 
 
 def test_ws_conv_rejects_bad_groups():

@@ -1,6 +1,6 @@
 """The NF block shared by NF-RegNets and NFNets: grouped 3x3 convs and SE.
 
-x_{i+1} = x_i + alpha * g_i * f_i(x_i / beta_i) with an average-pool shortcut
+x_{i+1} = x_i + alpha * g_i * f_i(beta_i * x_i) with an average-pool shortcut
 at strided transitions (Brock, Smith, De & Simonyan 2021).
 """
 
@@ -34,7 +34,7 @@ class GroupedNFBlock(hk.Module):
 
   def __call__(self, x, is_training):
     spec, act = self.spec, self.act
-    out = act(x) * spec.beta
+    out = act(x * spec.beta)
     shortcut = x
     if spec.stride > 1:
       shortcut = hk.avg_pool(out, (1, spec.stride, spec.stride, 1),

@@ -96,15 +96,17 @@ class ScaledWSConv2D(hk.Module):
 
   Parameters: `w` (raw weight, fan-in variance-scaling init), `gain` (per
   output channel, init 1) and `b` (per output channel, init 0).
-  `standardize=False` turns it into a plain He-initialised convolution with
-  bias (the unnormalized baseline): `w` is then used as is.
+  `standardize=False` turns it into a plain convolution with bias (the
+  unnormalized baselines): `w` is then used as is, drawn with fan-in
+  variance scaling of `init_scale` (1 after a gamma-scaled activation, which
+  already has unit variance; 2, He init, after a plain ReLU).
   """
 
   def __init__(self, output_channels: int, kernel_shape: int = 3,
                stride: int = 1, padding: Union[str, Sequence] = "SAME",
                feature_group_count: int = 1, standardize: bool = True,
                with_bias: bool = True, eps: float = 1e-4,
-               name: Optional[str] = None):
+               init_scale: float = 1.0, name: Optional[str] = None):
     super().__init__(name=name)
     self.output_channels = int(output_channels)
     self.kernel_shape = int(kernel_shape)
@@ -114,6 +116,7 @@ class ScaledWSConv2D(hk.Module):
     self.standardize = standardize
     self.with_bias = with_bias
     self.eps = eps
+    self.init_scale = init_scale
 
   def __call__(self, x: jax.Array) -> jax.Array:
     in_ch = x.shape[-1]
@@ -122,10 +125,7 @@ class ScaledWSConv2D(hk.Module):
                        f"divisible by {self.feature_group_count} groups.")
     k = self.kernel_shape
     shape = (k, k, in_ch // self.feature_group_count, self.output_channels)
-    if self.standardize:
-      init = hk.initializers.VarianceScaling(1.0, "fan_in", "normal")
-    else:  # He init for a ReLU network: the paper's unnormalized baseline.
-      init = hk.initializers.VarianceScaling(2.0, "fan_in", "normal")
+    init = hk.initializers.VarianceScaling(self.init_scale, "fan_in", "normal")
     w = hk.get_parameter("w", shape, init=init)
     if self.standardize:
       gain = hk.get_parameter("gain", (self.output_channels,), init=jnp.ones)

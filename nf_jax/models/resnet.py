@@ -3,17 +3,21 @@
 One module, four normalization schemes, so that a single switch changes only
 how the signal is kept in check (Brock, De & Smith 2021):
 
-* `nf`        Scaled WS convs, x_{i+1} = x_i + alpha * g_i * f_i(x_i / beta_i),
+* `nf`        Scaled WS convs, x_{i+1} = x_i + alpha * g_i * f_i(beta_i * x_i),
               gamma-scaled activations, SkipInit gain g_i.
-* `unnorm`    the same network with plain He-initialised convs and no
-              standardization: the paper's mean-shift failure case.
-* `skipinit`  plain He convs, no alpha/beta downscaling, SkipInit gain
-              (De & Smith 2020).
+* `unnorm`    the same network with the standardization removed: plain
+              convs with fan-in (He-style) init, scaled for the gamma-scaled
+              activation. The paper's mean-shift failure case.
+* `skipinit`  plain He convs and activations, no alpha/beta downscaling,
+              SkipInit gain (De & Smith 2020).
 * `batchnorm` pre-activation BN-ReLU ResNet-V2 (He et al. 2016).
 
-beta_i is the analytic std of the residual stream entering block i, from
+beta_i is 1 / the analytic std of the residual stream entering block i, from
 Var(x_{i+1}) = Var(x_i) + alpha^2, reset to 1 by each stage's transition block,
-whose shortcut convolves the activated, beta-scaled input.
+whose shortcut convolves the activated, beta-scaled input. The input is
+scaled before the activation, f(beta * x), as in the paper's h / beta; for
+ReLU this equals the original code's f(x) * beta, for SiLU or GELU only the
+former keeps the branch input at unit variance.
 """
 
 import dataclasses
@@ -93,9 +97,10 @@ class ConvNorm:
                        w_init=hk.initializers.VarianceScaling(2.0, "fan_in",
                                                               "normal"),
                        name=name)
-    return layers.ScaledWSConv2D(ch, k, stride=stride,
-                                 standardize=self.normalization == "nf",
-                                 name=name)
+    return layers.ScaledWSConv2D(
+        ch, k, stride=stride, standardize=self.normalization == "nf",
+        init_scale=2.0 if self.normalization == "skipinit" else 1.0,
+        name=name)
 
   def pre(self, x, is_training, name):
     """Activation, preceded by BatchNorm in the BN baseline."""
@@ -130,11 +135,13 @@ class ResNet(hk.Module):
     self.drop_rate = drop_rate or 0.0
     self.se_ratio = se_ratio or 0.0
     self.skip_gain_init = skip_gain_init
-    is_bn = normalization == "batchnorm"
-    # BN-ReLU ResNets use the plain activation; the others need gamma.
+    # nf/unnorm: gamma-scaled activations (so unnorm differs from nf only in
+    # the standardization); BN and SkipInit: the plain activation, with He
+    # init for SkipInit's convs.
     self.ops = ConvNorm(normalization,
-                        layers.base_activation(activation) if is_bn
-                        else layers.scaled_activation(activation),
+                        layers.scaled_activation(activation)
+                        if normalization in ("nf", "unnorm")
+                        else layers.base_activation(activation),
                         bn_cross_replica_axis, bn_decay)
     self.alpha = 1.0 if normalization in ("batchnorm", "skipinit") else alpha
     widths = [int(w * width) for w in widths]
@@ -181,7 +188,7 @@ class ResidualBlock(hk.Module):
 
   def __call__(self, x, is_training):
     net, spec, ops = self.net, self.spec, self.net.ops
-    out = ops.pre(x, is_training, "bn0") * spec.beta
+    out = ops.pre(x * spec.beta, is_training, "bn0")
     shortcut = x
     if spec.stride > 1 or spec.in_ch != spec.out_ch:
       shortcut = ops.conv(spec.out_ch, 1, spec.stride, "conv_shortcut")(out)
