@@ -41,9 +41,15 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_few_step_end_to_end(tmp_path):
+def test_few_step_end_to_end(tmp_path, capsys):
   workdir = str(tmp_path / "run")
   final = train_lib.train_and_evaluate(tiny_config(num_devices=2), workdir)
+  printed = capsys.readouterr().err
+  assert "step 4/4 (100.0%)" in printed
+  # The final evaluation is printed, not only written to metrics.jsonl.
+  top1 = final["eval/fake:28x28x1:10/test/top1"]
+  assert "eval step 4: fake:28x28x1:10/test loss" in printed
+  assert f"top1 {top1:.4f}" in printed
   records = read_metrics(workdir)
   assert [r["step"] for r in records] == [1, 2, 3, 4]
   for r in records:

@@ -66,8 +66,8 @@ class MetricsWriter:
 class Progress:
   """One live line on stderr: step, rate, ETA, latest loss (process 0 only)."""
 
-  def __init__(self, total_steps: int, enabled: bool = True,
-               stream=sys.stderr):
+  def __init__(self, total_steps: int, enabled: bool = True, stream=None):
+    stream = sys.stderr if stream is None else stream
     self.total, self.enabled, self.stream = total_steps, enabled, stream
     self._t0: Optional[float] = None
     self._s0 = 0
@@ -90,4 +90,18 @@ class Progress:
             f"ETA {eta_s} loss {loss:.4f}")
     end = "\n" if (final or not self._tty) else ""
     self.stream.write(("\r" if self._tty else "") + line + end)
+    self.stream.flush()
+
+  def evaluation(self, step: int, results: Dict) -> None:
+    """One line per evaluation: `eval step N: <set> loss .. top1 .. top5 ..`."""
+    if not self.enabled or not results:
+      return
+    by_set: Dict[str, Dict[str, float]] = {}
+    for key, value in results.items():
+      name, metric = key[len("eval/"):].rsplit("/", 1)
+      by_set.setdefault(name, {})[metric] = value
+    parts = [f"{name} " + " ".join(f"{m} {v:.4f}" for m, v in sorted(ms.items()))
+             for name, ms in by_set.items()]
+    self.stream.write(("\n" if self._tty else "") +
+                      f"eval step {step}: " + "; ".join(parts) + "\n")
     self.stream.flush()

@@ -302,11 +302,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
           "nonfinite_skips": int(state.nonfinite_skips)})
       if step % eval_every == 0 or is_last:
         params = state.ema_params if config.ema_decay > 0 else state.params
-        record.update(_evaluate(eval_step, params, state.model_state, config,
-                                mesh, info))
+        evaluation = _evaluate(eval_step, params, state.model_state, config,
+                               mesh, info)
+        record.update(evaluation)
+      else:
+        evaluation = {}
       writer.write(step, record)
       progress.update(step, record["train/loss"], record["images_per_sec"],
                       final=is_last)
+      progress.evaluation(step, evaluation)
       last = record
       if save_due:
         ckpt.save(step, state, train_it.get_state())
