@@ -54,7 +54,12 @@ def _conv_apply(x, **kw):
      (dict(output_channels=8, kernel_shape=3, stride=2), 9, 5),
      (dict(output_channels=8, kernel_shape=3, padding="VALID"), 9, 7),
      (dict(output_channels=8, kernel_shape=3, stride=2, padding="VALID"), 9, 4),
+     # 1x1 convs run as slice + matmul: check them against lax's conv.
      (dict(output_channels=6, kernel_shape=1, stride=2), 8, 4),
+     (dict(output_channels=6, kernel_shape=1, stride=2), 9, 5),
+     (dict(output_channels=6, kernel_shape=1, stride=2, padding="VALID"), 9, 5),
+     (dict(output_channels=6, kernel_shape=1), 9, 9),
+     (dict(output_channels=8, kernel_shape=1, feature_group_count=2), 9, 9),
      (dict(output_channels=8, kernel_shape=3, feature_group_count=4), 9, 9),
      (dict(output_channels=12, kernel_shape=3, stride=2, padding="VALID",
            feature_group_count=2), 9, 4)])

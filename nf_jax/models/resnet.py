@@ -92,14 +92,12 @@ class ConvNorm:
   bn_decay: float = 0.9
 
   def conv(self, ch, k, stride=1, name=None):
-    if self.normalization == "batchnorm":
-      return hk.Conv2D(ch, k, stride=stride, with_bias=False, padding="SAME",
-                       w_init=hk.initializers.VarianceScaling(2.0, "fan_in",
-                                                              "normal"),
-                       name=name)
+    # One convolution layer for every scheme, so that they differ only in
+    # normalization: BN convs are plain He-init convs without bias.
     return layers.ScaledWSConv2D(
         ch, k, stride=stride, standardize=self.normalization == "nf",
-        init_scale=2.0 if self.normalization == "skipinit" else 1.0,
+        with_bias=self.normalization != "batchnorm",
+        init_scale=1.0 if self.normalization in ("nf", "unnorm") else 2.0,
         name=name)
 
   def pre(self, x, is_training, name):
