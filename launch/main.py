@@ -35,6 +35,27 @@ _HEARTBEAT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with a bad `--config.x=y` as one line, exit 2.
+
+  ml_collections reports an override of a key the config does not have as a
+  bare AttributeError/KeyError from inside its config path lookup, which
+  absl would show as a traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}\nPass --helpshort or --helpfull to see the flags.",
+          file=sys.stderr)
+  except (AttributeError, KeyError) as e:
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    print(f"error: a --config override names a key the config does not have "
+          f"({str(e).strip(chr(34))}); overrides given: {' '.join(bad)}. "
+          "Valid keys are the config file's fields, e.g. --config.batch_size.",
+          file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -68,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
