@@ -133,6 +133,21 @@ def test_ws_conv_rejects_bad_groups():
                 feature_group_count=4)
 
 
+@pytest.mark.parametrize("hw,window,stride", [(8, 3, 2), (9, 3, 2), (7, 3, 1),
+                                              (6, 2, 2)])
+def test_max_pool_matches_haiku_values_and_gradient(hw, window, stride):
+  # Distinct values, so there are no ties and the subgradient is unique.
+  x = jax.random.permutation(_key(7), jnp.arange(2 * hw * hw * 3.0))
+  x = x.reshape(2, hw, hw, 3)
+  ref = lambda v: hk.max_pool(v, (1, window, window, 1),
+                              (1, stride, stride, 1), "SAME")
+  ours = lambda v: layers.max_pool(v, window, stride)
+  chex.assert_trees_all_equal(ours(x), ref(x))
+  cot = jax.random.normal(_key(8), ref(x).shape)
+  grad = lambda f: jax.grad(lambda v: jnp.sum(f(v) * cot))(x)
+  chex.assert_trees_all_close(grad(ours), grad(ref))
+
+
 # ---------------------------------------------------------------------------
 # Gamma-scaled activations.
 # ---------------------------------------------------------------------------

@@ -82,13 +82,19 @@ def scaled_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 def standardize_weight(w: jax.Array, gain: jax.Array, eps: float = 1e-4):
-  """Scaled WS over all axes but the last (output channels), in float32."""
-  w32 = w.astype(jnp.float32)
-  fan_in = np.prod(w.shape[:-1])
-  mean = jnp.mean(w32, axis=tuple(range(w.ndim - 1)), keepdims=True)
-  var = jnp.var(w32, axis=tuple(range(w.ndim - 1)), keepdims=True)
+  """Scaled WS over all axes but the last (output channels), in float32.
+
+  The weight is viewed as a (fan_in, out) matrix, so that mean and variance
+  are single-axis reductions: XLA:CPU runs the forward and backward of
+  NF-ResNet-50's 53 standardizations in 34 ms that way, against 124 ms when
+  reducing over the three leading axes of the 4-D kernel (docs/benchmark.md).
+  """
+  w32 = w.astype(jnp.float32).reshape(-1, w.shape[-1])
+  fan_in = w32.shape[0]
+  mean = jnp.mean(w32, axis=0)
+  var = jnp.var(w32, axis=0)
   scale = jax.lax.rsqrt(jnp.maximum(var * fan_in, eps)) * gain.astype(jnp.float32)
-  return w32 * scale - mean * scale
+  return (w32 * scale - mean * scale).reshape(w.shape)
 
 
 def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
@@ -113,6 +119,31 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
       x, w, window_strides=(stride, stride), padding=padding,
       dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=feature_group_count)
+
+
+def max_pool(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
+  """NHWC max-pool with SAME padding, as the maximum of strided slices.
+
+  Same values as `hk.max_pool(x, (1, k, k, 1), (1, s, s, 1), "SAME")`. Its
+  gradient is a chain of elementwise selects instead of XLA's
+  select-and-scatter, which on XLA:CPU made the ResNet stem's pool forward +
+  backward 1.8x faster (66 -> 36 ms at 16x64x64x64). Ties split the gradient
+  evenly instead of sending it to one element; both are valid subgradients.
+  """
+  _, h, w, _ = x.shape
+  out_h, out_w = -(-h // stride), -(-w // stride)
+  pad_h = max((out_h - 1) * stride + window - h, 0)
+  pad_w = max((out_w - 1) * stride + window - w, 0)
+  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+              constant_values=-jnp.inf)
+  out = None
+  for i in range(window):
+    for j in range(window):
+      tap = x[:, i:i + (out_h - 1) * stride + 1:stride,
+              j:j + (out_w - 1) * stride + 1:stride, :]
+      out = tap if out is None else jnp.maximum(out, tap)
+  return out
 
 
 class ScaledWSConv2D(hk.Module):

@@ -156,7 +156,7 @@ class ResNet(hk.Module):
   def __call__(self, x, is_training: bool, return_stats: bool = False):
     if self.stem_type == "imagenet":
       out = self.ops.conv(self.stem_ch, 7, 2, "stem_conv")(x)
-      out = hk.max_pool(out, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
+      out = layers.max_pool(out, 3, 2)
     else:
       out = self.ops.conv(self.stem_ch, 3, self.stem_stride, "stem_conv")(x)
     stats = [layers.channel_stats(out) + (jnp.float32(0.0),)]
