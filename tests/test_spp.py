@@ -2,8 +2,9 @@
 
 Checks the paper's claims at initialization (Brock, De & Smith 2021): with
 Scaled WS the average channel variance follows the beta/alpha recursion
-1 + k alpha^2 and the channel means stay near zero; with plain He-initialized
-convs (no WS) the squared channel mean grows with depth (mean shift).
+1 + k alpha^2 and the channel means stay near zero; with plain convs (no WS;
+He-style fan-in init scaled for the gamma activation) the squared channel
+mean grows with depth (mean shift).
 
 128 px keeps the last stage at 4x4: at 64 px (2x2) the variance over the
 8 * 2 * 2 strongly correlated values of a channel is biased low by about 13 %

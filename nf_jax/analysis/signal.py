@@ -102,7 +102,7 @@ def model_kwargs(name: str, variant: Optional[str] = None, *,
                  **extra):
   """Maps SPP options onto a zoo model: (family, variant, kwargs, notes).
 
-  `ws` True/False picks Scaled WS or plain He-initialized convs where the
+  `ws` True/False picks Scaled WS or plain fan-in-initialized convs where the
   family has both (nf_resnet <-> unnorm_resnet). Stochastic depth and dropout
   are switched off so that training mode only changes BatchNorm.
   """
