@@ -5,9 +5,10 @@ Command:
       --workdir=/tmp/nf_fmnist
 
 Runs on the CPU, data-parallel over two host devices, 20 epochs. Measured on
-the idle 2-core dev machine (2026-12-04, about 2,400 img/s): 10 min 7 s wall
-clock in all (`time -v`, incl. building the dataset), 92.38 % test top-1
-(89.75 % after epoch 10), peak RSS 0.87 GB. 14 epochs gave 91.90 % in 7.7 min.
+the idle 2-core dev machine (2026-12-04, median 3,360 img/s): 6 min 25 s wall
+clock for the README's whole main-job command (`time -v`, incl. pip, apt
+and building the dataset), 92.42 % test top-1 (88.95 % after epoch 10), peak
+RSS 0.92 GB. An earlier run of 14 epochs gave 91.90 %, under the 92 % target.
 """
 
 from experiments import common

@@ -83,13 +83,15 @@ def main():
   print(hdr)
   print("-" * len(hdr))
   def row(name, n, w, c, obj, p):
-    print(f"{name:<34} {n:>6} {w:>9.2f} {c:>9.2f} {obj:>14.10f} {p['E']:>7.4f} "
+    w = "-" if w is None else f"{w:.2f}"  # not timed
+    c = "-" if c is None else f"{c:.2f}"
+    print(f"{name:<34} {n:>6} {w:>9} {c:>9} {obj:>14.10f} {p['E']:>7.4f} "
           f"{p['A']:>7.1f} {p['B']:>7.1f} {p['alpha']:>6.4f} {p['beta']:>6.4f}")
   row("batched L-BFGS (nf_jax.scaling)", len(grid), bw, bc, full.objective, full.params)
   row(f"scipy L-BFGS-B loop, {len(subset)} starts", len(subset), sw, sc, sres.fun, sp)
   print(f"{'scipy loop extrapolated':<34} {len(grid):>6} {sw * scale:>9.1f} {sc * scale:>9.1f}")
-  row(f"batched on the same {len(subset)} starts", len(subset), float("nan"),
-      float("nan"), sub.objective, sub.params)
+  row(f"batched on the same {len(subset)} starts", len(subset), None, None,
+      sub.objective, sub.params)
   print(f"\nspeed-up, 4,500 starts: {sw * scale / bw:.0f}x wall, {sc * scale / bc:.0f}x CPU")
 
 

@@ -106,7 +106,7 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
   1x1 kernel) is a strided slice followed by a matmul over channels. On
   XLA:CPU that runs on its dot kernels, which are faster than its
   convolution kernel on these shapes: a ResNet-50 training step at batch 16,
-  128 px went from 9.4 to 11.8 img/s on a 2-core machine (docs/benchmark.md).
+  128 px went from 9.4 to 11.8 img/s on a loaded 2-core machine.
   Both forms give the same values up to float rounding
   (tests/test_layers.py).
   """
