@@ -48,11 +48,14 @@ def parse_flags(argv):
     print(f"error: {e}\nPass --helpshort or --helpfull to see the flags.",
           file=sys.stderr)
   except (AttributeError, KeyError) as e:
-    bad = [a for a in argv[1:] if a.startswith("--config.")]
-    print(f"error: a --config override names a key the config does not have "
-          f"({str(e).strip(chr(34))}); overrides given: {' '.join(bad)}. "
-          "Valid keys are the config file's fields, e.g. --config.batch_size.",
-          file=sys.stderr)
+    key = str(e).strip("\"'")
+    bad = [a for a in argv[1:] if a.startswith("--config.") and
+           key in a.split("=", 1)[0].split(".")]
+    if not bad:
+      raise  # not an override problem: a bug, which needs its traceback
+    print(f"error: {' '.join(bad)}: the config has no key '{key}'. "
+          "Overrides must name the config file's fields, e.g. "
+          "--config.batch_size=128.", file=sys.stderr)
   sys.exit(2)
 
 

@@ -12,7 +12,6 @@ from typing import Callable, Optional, Sequence, Union
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nf_jax.models.errors import UnknownNameError
 
