@@ -54,7 +54,7 @@ def _conv_apply(x, **kw):
      (dict(output_channels=8, kernel_shape=3, stride=2), 9, 5),
      (dict(output_channels=8, kernel_shape=3, padding="VALID"), 9, 7),
      (dict(output_channels=8, kernel_shape=3, stride=2, padding="VALID"), 9, 4),
-     # 1x1 convs run as slice + matmul: check them against lax's conv.
+     # 1x1 convs, strided and not, SAME and VALID.
      (dict(output_channels=6, kernel_shape=1, stride=2), 8, 4),
      (dict(output_channels=6, kernel_shape=1, stride=2), 9, 5),
      (dict(output_channels=6, kernel_shape=1, stride=2, padding="VALID"), 9, 5),
@@ -134,11 +134,12 @@ def test_ws_conv_rejects_bad_groups():
 
 
 @pytest.mark.parametrize("hw,window,stride", [(8, 3, 2), (9, 3, 2), (7, 3, 1),
-                                              (6, 2, 2)])
+                                              (6, 2, 2), ((9, 6), 3, 2)])
 def test_max_pool_matches_haiku_values_and_gradient(hw, window, stride):
+  h, w = hw if isinstance(hw, tuple) else (hw, hw)
   # Distinct values, so there are no ties and the subgradient is unique.
-  x = jax.random.permutation(_key(7), jnp.arange(2 * hw * hw * 3.0))
-  x = x.reshape(2, hw, hw, 3)
+  x = jax.random.permutation(_key(7), jnp.arange(2 * h * w * 3.0))
+  x = x.reshape(2, h, w, 3)
   ref = lambda v: hk.max_pool(v, (1, window, window, 1),
                               (1, stride, stride, 1), "SAME")
   ours = lambda v: layers.max_pool(v, window, stride)

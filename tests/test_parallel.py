@@ -1,5 +1,7 @@
 """nf_jax.train.parallel: host devices, the mesh and data_parallel."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,3 +40,26 @@ def test_data_parallel_means_over_devices():
   mean, local_rows = fn(jnp.float32(2.0), x)
   np.testing.assert_allclose(mean, 2.0 * np.arange(16.0).mean())
   assert int(local_rows) == 2
+
+
+def test_conftest_uses_the_trainers_cpu_compiler_flags():
+  # Tests compile with the same XLA:CPU flags as the trainer.
+  for flag in parallel.CPU_COMPILER_FLAGS:
+    assert flag in os.environ.get("XLA_FLAGS", "")
+
+
+def test_configure_host_devices_sets_flags_and_keeps_the_users(monkeypatch):
+  # As if called before JAX started: the flags it would put in XLA_FLAGS.
+  monkeypatch.setattr(parallel, "_backends_initialized", lambda: False)
+  n = len(jax.devices())
+  monkeypatch.setenv("XLA_FLAGS", "")
+  assert parallel.configure_host_devices(n) == n
+  flags = os.environ["XLA_FLAGS"].split()
+  assert f"--xla_force_host_platform_device_count={n}" in flags
+  for flag in parallel.HOST_COLLECTIVE_FLAGS + parallel.CPU_COMPILER_FLAGS:
+    assert flag in flags
+  mine = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+  monkeypatch.setenv("XLA_FLAGS", mine)
+  parallel.configure_host_devices(n)
+  flags = os.environ["XLA_FLAGS"].split()
+  assert mine in flags and not set(parallel.CPU_COMPILER_FLAGS) & set(flags)

@@ -99,50 +99,48 @@ def standardize_weight(w: jax.Array, gain: jax.Array, eps: float = 1e-4):
 def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
            padding: Union[str, Sequence] = "SAME",
            feature_group_count: int = 1) -> jax.Array:
-  """NHWC x HWIO convolution, with 1x1 convolutions computed as matmuls.
+  """NHWC x HWIO convolution (`lax.conv_general_dilated`).
 
-  An ungrouped 1x1 convolution with SAME or VALID padding (neither pads a
-  1x1 kernel) is a strided slice followed by a matmul over channels. On
-  XLA:CPU that runs on its dot kernels, which are faster than its
-  convolution kernel on these shapes: a ResNet-50 training step at batch 16,
-  128 px went from 9.4 to 11.8 img/s on a loaded 2-core machine.
-  Both forms give the same values up to float rounding
-  (tests/test_layers.py).
+  Every kernel size, 1x1 included, goes through XLA's convolution: with
+  `parallel.CPU_COMPILER_FLAGS` (XLA:CPU's own convolution kernels instead of
+  YNNPACK's) that is faster on CPU than 1x1 convolutions written as matmuls,
+  whose weight gradients XLA:CPU computes after slow fused transposes
+  (docs/benchmark.md).
   """
-  if (w.shape[0] == w.shape[1] == 1 and feature_group_count == 1 and
-      padding in ("SAME", "VALID")):
-    if stride > 1:
-      x = x[:, ::stride, ::stride, :]
-    return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
   return jax.lax.conv_general_dilated(
       x, w, window_strides=(stride, stride), padding=padding,
       dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=feature_group_count)
 
 
-def max_pool(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
-  """NHWC max-pool with SAME padding, as the maximum of strided slices.
+def _max_pool_1d(x: jax.Array, axis: int, window: int, stride: int):
+  """SAME max-pool along one axis, as the maximum of strided slices."""
+  size = x.shape[axis]
+  out = -(-size // stride)
+  pad = max((out - 1) * stride + window - size, 0)
+  cfg = [(0, 0)] * x.ndim
+  cfg[axis] = (pad // 2, pad - pad // 2)
+  x = jnp.pad(x, cfg, constant_values=-jnp.inf)
+  result = None
+  for i in range(window):
+    tap = jax.lax.slice_in_dim(x, i, i + (out - 1) * stride + 1, stride, axis)
+    result = tap if result is None else jnp.maximum(result, tap)
+  return result
 
-  Same values as `hk.max_pool(x, (1, k, k, 1), (1, s, s, 1), "SAME")`. Its
-  gradient is a chain of elementwise selects instead of XLA's
-  select-and-scatter, which on XLA:CPU made the ResNet stem's pool forward +
-  backward 1.8x faster (66 -> 36 ms at 16x64x64x64). Ties split the gradient
+
+def max_pool(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
+  """NHWC max-pool with SAME padding, separable: along W, then along H.
+
+  Same values as `hk.max_pool(x, (1, k, k, 1), (1, s, s, 1), "SAME")` (a
+  k x k maximum is a k-maximum of k-maxima). Each pass is the maximum of k
+  strided slices, so the gradient is a chain of elementwise selects instead
+  of XLA's select-and-scatter, and the second pass already works on the
+  W-pooled tensor. On XLA:CPU the stem's pool forward + backward (16x64x64x64)
+  took 66 ms with `hk.max_pool`, 36 ms as nine 2-D slices, and the separable
+  form made a ResNet-50 step another ~2 % faster. Ties split the gradient
   evenly instead of sending it to one element; both are valid subgradients.
   """
-  _, h, w, _ = x.shape
-  out_h, out_w = -(-h // stride), -(-w // stride)
-  pad_h = max((out_h - 1) * stride + window - h, 0)
-  pad_w = max((out_w - 1) * stride + window - w, 0)
-  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
-                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-              constant_values=-jnp.inf)
-  out = None
-  for i in range(window):
-    for j in range(window):
-      tap = x[:, i:i + (out_h - 1) * stride + 1:stride,
-              j:j + (out_w - 1) * stride + 1:stride, :]
-      out = tap if out is None else jnp.maximum(out, tap)
-  return out
+  return _max_pool_1d(_max_pool_1d(x, 2, window, stride), 1, window, stride)
 
 
 class ScaledWSConv2D(hk.Module):
