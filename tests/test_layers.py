@@ -55,7 +55,8 @@ def test_standardize_weight_gradient_matches_autodiff(shape):
   rng = np.random.default_rng(3)
   w = rng.normal(size=shape) * rng.uniform(0.1, 3.0, shape[-1]) + rng.normal(
       size=shape[-1])
-  w[..., 0] = 0.25              # a constant column: variance under the eps floor
+  # A nearly constant column: fan_in * variance under the eps floor.
+  w[..., 0] = 0.25 + 1e-4 * rng.normal(size=shape[:-1])
   gain = rng.uniform(0.5, 2.0, shape[-1])
   cot = rng.normal(size=shape)
   args = (jnp.asarray(w, jnp.float32), jnp.asarray(gain, jnp.float32))
@@ -63,7 +64,7 @@ def test_standardize_weight_gradient_matches_autodiff(shape):
   ours = jax.grad(loss(layers.standardize_weight), argnums=(0, 1))(*args)
   ref = jax.grad(loss(_standardize_reference), argnums=(0, 1))(*args)
   chex.assert_trees_all_close(layers.standardize_weight(*args),
-                              _standardize_reference(*args), atol=1e-6)
+                              _standardize_reference(*args), atol=1e-5)
   chex.assert_trees_all_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 

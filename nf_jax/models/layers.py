@@ -120,7 +120,7 @@ def _standardize_2d_bwd(eps, res, g):
   w, gain, mean, inv, above_eps = res
   n = w.shape[0]
   sum_g = jnp.sum(g, axis=0)
-  sum_gu = jnp.sum(g * w, axis=0) - mean * sum_g    # sum(g * (w - mean))
+  sum_gu = jnp.sum(g * (w - mean), axis=0)
   # With w_hat = gain * (w - mean) * inv and inv = (n var)^(-1/2):
   # dw = gain * inv * (g - mean(g) - (w - mean) * sum(g (w - mean)) inv^2),
   # the last term only where n var is above the eps floor (inv constant

@@ -81,8 +81,9 @@ def configure_host_devices(num_devices: Optional[int] = None) -> int:
 
   Sets `XLA_FLAGS` (device count, the collective timeouts of
   `HOST_COLLECTIVE_FLAGS` and the speed flags of `CPU_COMPILER_FLAGS`;
-  flags already in `XLA_FLAGS` keep their value) and must run before JAX initializes its backends,
-  i.e. before the first `jax.devices()`, array creation or `jit` call.
+  flags already in `XLA_FLAGS` keep their value) and must run before JAX
+  initializes its backends, i.e. before the first `jax.devices()`, array
+  creation or `jit` call.
   Idempotent: calling it again with the same count does nothing. Returns the
   number of CPU devices that will be (or already are) available.
 
