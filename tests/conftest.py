@@ -2,10 +2,12 @@
 
 import os
 
-# The trainer's XLA:CPU flags too (nf_jax.train.parallel.CPU_COMPILER_FLAGS,
-# spelled out here because importing nf_jax would import JAX first).
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") +
-    " --xla_force_host_platform_device_count=8"
-    " --xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before JAX is imported
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from nf_jax.train import parallel  # imports JAX; its backends start later
+
+# The trainer's XLA:CPU speed flags too, so that tests compile like it.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",
+     *parallel.cpu_compiler_flags()])

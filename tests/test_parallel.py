@@ -43,9 +43,20 @@ def test_data_parallel_means_over_devices():
 
 
 def test_conftest_uses_the_trainers_cpu_compiler_flags():
-  # Tests compile with the same XLA:CPU flags as the trainer.
-  for flag in parallel.CPU_COMPILER_FLAGS:
+  # Tests compile with the same XLA:CPU flags as the trainer; on the jaxlib
+  # this project is tested with, that includes the convolution flag.
+  assert parallel.cpu_compiler_flags(), "jaxlib release not checked"
+  for flag in parallel.cpu_compiler_flags():
     assert flag in os.environ.get("XLA_FLAGS", "")
+
+
+def test_cpu_compiler_flags_only_on_checked_jaxlib(monkeypatch):
+  monkeypatch.setattr(parallel.importlib.metadata, "version",
+                      lambda name: "99.1.0")
+  assert parallel.cpu_compiler_flags() == ()
+  monkeypatch.setattr(parallel.importlib.metadata, "version",
+                      lambda name: "0.10.7")
+  assert parallel.cpu_compiler_flags() == parallel.CPU_COMPILER_FLAGS
 
 
 def test_configure_host_devices_sets_flags_and_keeps_the_users(monkeypatch):
@@ -56,10 +67,10 @@ def test_configure_host_devices_sets_flags_and_keeps_the_users(monkeypatch):
   assert parallel.configure_host_devices(n) == n
   flags = os.environ["XLA_FLAGS"].split()
   assert f"--xla_force_host_platform_device_count={n}" in flags
-  for flag in parallel.HOST_COLLECTIVE_FLAGS + parallel.CPU_COMPILER_FLAGS:
+  for flag in parallel.HOST_COLLECTIVE_FLAGS + parallel.cpu_compiler_flags():
     assert flag in flags
   mine = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
   monkeypatch.setenv("XLA_FLAGS", mine)
   parallel.configure_host_devices(n)
   flags = os.environ["XLA_FLAGS"].split()
-  assert mine in flags and not set(parallel.CPU_COMPILER_FLAGS) & set(flags)
+  assert mine in flags and not set(parallel.cpu_compiler_flags()) & set(flags)

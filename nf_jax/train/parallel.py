@@ -34,6 +34,7 @@ slow step waits instead of killing the run; a genuinely hung program still
 aborts, after 10 minutes.
 """
 
+import importlib.metadata
 import os
 import re
 from typing import Any, Callable, Optional, Sequence
@@ -54,11 +55,23 @@ HOST_COLLECTIVE_FLAGS = (
 # convolution kernels instead of YNNPACK's (YNNPACK keeps its matmuls and
 # reductions). NF-ResNet-50's training step at batch 16, 128 px runs
 # ~1.14x faster with it and the plain 1x1 convolutions of `layers.conv2d`
-# (docs/benchmark.md). The flag is experimental in XLA; a user's own value
-# in XLA_FLAGS wins.
+# (docs/benchmark.md). The flag is experimental in XLA and XLA aborts on
+# flags it does not know, so it is only added on the jaxlib releases it was
+# checked with (`cpu_compiler_flags()`); a user's own value in XLA_FLAGS wins.
 CPU_COMPILER_FLAGS = (
     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
 )
+CPU_COMPILER_FLAGS_JAXLIB = ((0, 10),)   # (major, minor) releases checked
+
+
+def cpu_compiler_flags() -> tuple:
+  """`CPU_COMPILER_FLAGS` on a checked jaxlib release, else ()."""
+  try:
+    version = importlib.metadata.version("jaxlib")
+    major_minor = tuple(int(p) for p in version.split(".")[:2])
+  except (importlib.metadata.PackageNotFoundError, ValueError):
+    return ()
+  return CPU_COMPILER_FLAGS if major_minor in CPU_COMPILER_FLAGS_JAXLIB else ()
 
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
@@ -80,7 +93,7 @@ def configure_host_devices(num_devices: Optional[int] = None) -> int:
   """Makes the CPU backend expose `num_devices` devices (default: all cores).
 
   Sets `XLA_FLAGS` (device count, the collective timeouts of
-  `HOST_COLLECTIVE_FLAGS` and the speed flags of `CPU_COMPILER_FLAGS`;
+  `HOST_COLLECTIVE_FLAGS` and the speed flags of `cpu_compiler_flags()`;
   flags already in `XLA_FLAGS` keep their value) and must run before JAX
   initializes its backends, i.e. before the first `jax.devices()`, array
   creation or `jit` call.
@@ -114,7 +127,7 @@ def configure_host_devices(num_devices: Optional[int] = None) -> int:
   parts = flags.split()
   if current is None:
     parts.append(f"{_DEVICE_COUNT_FLAG}={num_devices}")
-  for flag in HOST_COLLECTIVE_FLAGS + CPU_COMPILER_FLAGS:
+  for flag in HOST_COLLECTIVE_FLAGS + cpu_compiler_flags():
     name = flag.split("=")[0]
     if _flag_value(flags, name) is None:  # keep a user's explicit choice
       parts.append(flag)
