@@ -138,9 +138,10 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
            feature_group_count: int = 1) -> jax.Array:
   """NHWC x HWIO convolution (`lax.conv_general_dilated`).
 
-  Every kernel size, 1x1 included, goes through XLA's convolution: with
-  `parallel.CPU_COMPILER_FLAGS` (XLA:CPU's own convolution kernels instead of
-  YNNPACK's) that is faster on CPU than 1x1 convolutions written as matmuls,
+  Every kernel size, 1x1 included, goes through XLA's convolution: with the
+  trainer's `parallel.cpu_compiler_flags()` (XLA:CPU's own convolution
+  kernels instead of YNNPACK's) that is faster on CPU than 1x1 convolutions
+  written as matmuls,
   whose weight gradients XLA:CPU computes after slow fused transposes
   (docs/benchmark.md).
   """
