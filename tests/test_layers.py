@@ -159,6 +159,28 @@ def test_ws_conv_rejects_bad_groups():
                 feature_group_count=4)
 
 
+@pytest.mark.parametrize("hw,stride,padding", [
+    (8, 1, "SAME"), ((9, 6), 1, "VALID"), (8, 2, "SAME"), (9, 2, "VALID"),
+    ((7, 10), 3, "SAME"), (9, 2, ((0, 0), (0, 0))), (6, 1, ((1, 0), (0, 1)))])
+def test_conv2d_1x1_matches_lax_values_and_gradients(hw, stride, padding):
+  """conv2d's own 1x1 gradients (matmuls, interior-padded dx) == autodiff.
+
+  The last case has real padding, which conv2d leaves to XLA's convolution.
+  """
+  h, w_ = (hw, hw) if isinstance(hw, int) else hw
+  x = jax.random.normal(_key(0), (3, h, w_, 5))
+  w = jax.random.normal(_key(1), (1, 1, 5, 7))
+  ref_fn = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO",
+                                                          "NHWC"))
+  ours_fn = lambda x, w: layers.conv2d(x, w, stride, padding)
+  ref, ref_vjp = jax.vjp(ref_fn, x, w)
+  ours, ours_vjp = jax.vjp(jax.jit(ours_fn), x, w)
+  chex.assert_trees_all_close(ours, ref, atol=1e-5, rtol=1e-5)
+  g = jax.random.normal(_key(2), ref.shape)
+  chex.assert_trees_all_close(ours_vjp(g), ref_vjp(g), atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("hw,window,stride", [(8, 3, 2), (9, 3, 2), (7, 3, 1),
                                               (6, 2, 2), ((9, 6), 3, 2)])
 def test_max_pool_matches_haiku_values_and_gradient(hw, window, stride):
