@@ -142,7 +142,9 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
   gradients are matmuls; everything else is XLA's convolution, which with
   the trainer's `parallel.cpu_compiler_flags()` (XLA:CPU's own convolution
   kernels instead of YNNPACK's) is the faster choice on CPU
-  (docs/benchmark.md).
+  (docs/benchmark.md). Both custom gradients (`_conv1x1` and
+  `standardize_weight`'s) are `jax.custom_vjp`s: reverse mode only, so
+  `jax.jvp` / `jax.jacfwd` through a model raise.
   """
   if (w.shape[0] == 1 and w.shape[1] == 1 and feature_group_count == 1 and
       (isinstance(padding, str) or
