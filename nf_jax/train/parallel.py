@@ -53,9 +53,10 @@ HOST_COLLECTIVE_FLAGS = (
 
 # Also appended by `configure_host_devices`, for speed on CPU: XLA:CPU's own
 # convolution kernels instead of YNNPACK's (YNNPACK keeps its matmuls and
-# reductions). NF-ResNet-50's training step at batch 16, 128 px runs
-# ~1.14x faster with it and the plain 1x1 convolutions of `layers.conv2d`
-# (docs/benchmark.md). The flag is experimental in XLA and XLA aborts on
+# reductions). NF-ResNet-50's training step at batch 16, 128 px ran ~1.14x
+# faster with it, together with that session's `layers.conv2d`, which sent
+# 1x1 kernels to XLA's convolution instead of a matmul (docs/benchmark.md,
+# second session). The flag is experimental in XLA and XLA aborts on
 # flags it does not know, so it is only added on the jaxlib releases it was
 # checked with (`cpu_compiler_flags()`); a user's own value in XLA_FLAGS wins.
 CPU_COMPILER_FLAGS = (
